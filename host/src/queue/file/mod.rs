@@ -1,0 +1,1 @@
+//! File-backed queue (being written).
