@@ -9,7 +9,17 @@
 //! - `events`: per-run append-only event logs and run summaries.
 //! - `durable`: crash-safe file writes shared by the file-backed stores.
 
+pub mod api;
+pub mod artifacts;
+pub mod cli;
+pub mod config;
+pub mod debate;
 pub mod durable;
 pub mod events;
 pub mod job;
+pub mod llm;
 pub mod queue;
+pub mod runtime;
+pub mod state;
+pub mod telemetry;
+pub mod worker;

@@ -12,6 +12,8 @@
 pub mod conformance;
 pub mod file;
 
+pub use file::FileQueue;
+
 use crate::job::{Job, JobFailure, JobStatus, Lease};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -1,0 +1,12 @@
+//! `control`: the attempt's cancellation flag.
+
+use super::HostState;
+use crate::runtime::bindings::jobhost::plugin::control::Host;
+
+impl Host for HostState {
+    fn is_cancelled(&mut self) -> bool {
+        let cancelled = self.cancel.is_cancelled() || self.services.stopping.is_cancelled();
+        self.saw_cancel |= cancelled;
+        cancelled
+    }
+}
