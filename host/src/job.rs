@@ -174,6 +174,7 @@ impl Job {
         }
         Some(Lease {
             job_id: self.id.clone(),
+            run_id: self.run_id.clone(),
             attempt: self.attempts,
             worker_id: self.locked_by.clone()?,
         })
@@ -181,11 +182,14 @@ impl Job {
 }
 
 /// Proof of a claim: `ack`, `fail`, `heartbeat` and `release` take it and are rejected when the
-/// job has since been claimed again (another attempt) or left `running`.
+/// job has since left `running` or been claimed again: by a newer attempt, by another worker, or
+/// in a new run after `cancel` and `retry` reset the attempt count.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Lease {
     pub job_id: String,
+    /// The run the claimed attempt belongs to; `retry` starts a new one.
+    pub run_id: String,
     /// The attempt number this lease was granted for.
     pub attempt: u32,
     pub worker_id: String,

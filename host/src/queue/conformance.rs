@@ -103,6 +103,7 @@ macro_rules! queue_conformance_tests {
             concurrent_idempotent_enqueue_creates_one,
             cancel_pending_job,
             cancel_running_job,
+            cancelled_attempt_cannot_touch_retried_run,
             cancel_terminal_job,
             retry_failed_and_cancelled,
             release_does_not_count_attempt,
@@ -320,6 +321,7 @@ pub async fn unknown_job_is_not_found(backend: Backend) {
     ));
     let lease = Lease {
         job_id: missing,
+        run_id: crate::job::new_id(),
         attempt: 1,
         worker_id: "w1".to_string(),
     };
@@ -978,6 +980,36 @@ pub async fn cancel_running_job(backend: Backend) {
     );
 }
 
+/// Checks that a worker still running the attempt of a cancelled job cannot complete the run that
+/// `retry` started, even when the same worker claims the retried job as attempt 1 again.
+pub async fn cancelled_attempt_cannot_touch_retried_run(backend: Backend) {
+    let queue = &backend.queue;
+    let job = enqueue_default(queue, TYPE_A).await;
+    let (_, old_lease) = claim(queue, "w1", &[TYPE_A]).await;
+    queue.cancel(&job.id).await.expect("cancel");
+    let retried = queue.retry(&job.id).await.expect("retry");
+    assert_ne!(retried.run_id, job.run_id);
+
+    let (claimed, new_lease) = claim(queue, "w1", &[TYPE_A]).await;
+    assert_eq!(claimed.id, job.id);
+    assert_eq!(new_lease.attempt, old_lease.attempt);
+
+    assert_lease_lost(
+        queue.ack(&old_lease, Value::Null).await,
+        "ack with the cancelled run's lease",
+    );
+    assert_lease_lost(
+        queue.heartbeat(&old_lease).await,
+        "heartbeat with the cancelled run's lease",
+    );
+    let job = get(queue, &job.id).await;
+    assert_eq!(job.status, JobStatus::Running);
+    queue
+        .ack(&new_lease, Value::Null)
+        .await
+        .expect("ack of the new run");
+}
+
 /// Checks that completed and failed jobs cannot be cancelled.
 pub async fn cancel_terminal_job(backend: Backend) {
     let queue = &backend.queue;
@@ -1347,6 +1379,7 @@ pub async fn invalid_input_is_rejected(backend: Backend) {
         assert_invalid(queue.retry(job_id).await, &format!("retry {job_id:?}"));
         let lease = Lease {
             job_id: job_id.to_string(),
+            run_id: crate::job::new_id(),
             attempt: 1,
             worker_id: "w1".to_string(),
         };

@@ -1,7 +1,7 @@
 //! `dequeue`, and the sweep that takes back jobs whose lease expired.
 
 use super::index::{self, PendingMarker};
-use super::layout::Layout;
+use super::layout::{Layout, list_names};
 use super::lifecycle::{self, QueueEvent};
 use super::store::{self, JobFile};
 use super::{Inner, io_at};
@@ -37,7 +37,15 @@ pub(super) fn dequeue(
     }
 
     inner.locked(|layout, events| {
-        for (job_type, marker) in due_markers(layout, job_types)? {
+        let mut candidates = due_marker_names(layout, job_types)?;
+
+        // The first candidate in claim order is almost always valid, so taking the minimum
+        // repeatedly costs less than sorting every due marker.
+        while let Some(index) = first_in_claim_order(&candidates) {
+            let (job_type, name) = candidates.swap_remove(index);
+            let Some(marker) = PendingMarker::parse(&name) else {
+                continue;
+            };
             if let Some(job) = checked_pending_job(layout, &job_type, &marker, events)? {
                 return claim(layout, &inner.settings, job, worker_id, &job_type, &marker)
                     .map(Some);
@@ -47,26 +55,37 @@ pub(super) fn dequeue(
     })
 }
 
-/// Lists the due pending markers of `job_types` in claim order. Reads marker names only, so the
-/// cost follows the number of pending jobs of those types, not the number of jobs on disk.
-fn due_markers(
+/// Lists the names of the due pending markers of `job_types`, with their job type. Reads marker
+/// names only, so the cost follows the number of pending jobs of those types, not the number of
+/// jobs on disk.
+fn due_marker_names(
     layout: &Layout,
     job_types: &[String],
-) -> Result<Vec<(String, PendingMarker)>, QueueError> {
-    let now = Utc::now();
+) -> Result<Vec<(String, String)>, QueueError> {
+    let due = index::due_field(Utc::now());
     let mut job_types = job_types.to_vec();
     job_types.sort_unstable();
     job_types.dedup();
 
-    let mut due = Vec::new();
+    let mut names = Vec::new();
     for job_type in job_types {
-        let markers = index::pending_markers(layout, &job_type).map_err(io_at(&layout.pending))?;
-        for marker in markers.into_iter().filter(|marker| marker.is_due(now)) {
-            due.push((job_type.clone(), marker));
+        let dir = layout.pending_dir(&job_type);
+        for name in list_names(&dir).map_err(io_at(&dir))? {
+            if index::name_is_due(&name, &due) {
+                names.push((job_type.clone(), name));
+            }
         }
     }
-    due.sort_by(|(_, a), (_, b)| a.claim_order().cmp(&b.claim_order()));
-    Ok(due)
+    Ok(names)
+}
+
+/// Returns the index of the candidate to claim first: marker names compare in claim order.
+fn first_in_claim_order(candidates: &[(String, String)]) -> Option<usize> {
+    candidates
+        .iter()
+        .enumerate()
+        .min_by(|(_, a), (_, b)| a.1.cmp(&b.1))
+        .map(|(index, _)| index)
 }
 
 /// Returns the marker's job when the job file agrees that it is pending with exactly this marker.
@@ -144,6 +163,7 @@ fn claim(
     );
     let lease = Lease {
         job_id: job.id.clone(),
+        run_id: job.run_id.clone(),
         attempt: job.attempts,
         worker_id: worker_id.to_string(),
     };

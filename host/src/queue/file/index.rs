@@ -18,15 +18,21 @@ use chrono::{DateTime, Utc};
 use std::fs::{self, File};
 use std::io;
 
-/// The parsed name of a pending marker: `<rank>_<createdAt µs>_<runAt µs>_<jobId>`, where rank is
-/// `PRIORITY_MAX - priority`, so sorting by (rank, createdAt, id) puts higher priority first and
-/// then older jobs first.
+/// Width of the zero-padded microsecond fields in marker names.
+const MICROS_WIDTH: usize = 20;
+
+/// The parsed name of a pending marker: `<rank>_<createdAt µs>_<jobId>_<runAt µs>`, where rank is
+/// `PRIORITY_MAX - priority`.
+///
+/// Marker names compare as text in claim order: higher priority first, then older `createdAt`,
+/// then lower id, because rank and `createdAt` are zero-padded to a fixed width and job
+/// ids are UUIDs of one length, so `dequeue` orders markers without parsing them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct PendingMarker {
     pub rank: u32,
     pub created_micros: u64,
-    pub run_at_micros: u64,
     pub job_id: String,
+    pub run_at_micros: u64,
 }
 
 impl PendingMarker {
@@ -34,37 +40,34 @@ impl PendingMarker {
         PendingMarker {
             rank: (PRIORITY_MAX - job.priority).clamp(0, 9999) as u32,
             created_micros: micros(job.created_at),
-            run_at_micros: micros(job.run_at),
             job_id: job.id.clone(),
+            run_at_micros: micros(job.run_at),
         }
     }
 
     pub fn file_name(&self) -> String {
         format!(
-            "{:04}_{:020}_{:020}_{}",
-            self.rank, self.created_micros, self.run_at_micros, self.job_id
+            "{:04}_{:0width$}_{}_{:0width$}",
+            self.rank,
+            self.created_micros,
+            self.job_id,
+            self.run_at_micros,
+            width = MICROS_WIDTH
         )
     }
 
     /// Parses a marker name; `None` for anything else (such as a stray temporary file).
     pub fn parse(name: &str) -> Option<Self> {
-        let mut fields = name.splitn(4, '_');
-        let rank = fields.next()?.parse().ok()?;
-        let created_micros = fields.next()?.parse().ok()?;
-        let run_at_micros = fields.next()?.parse().ok()?;
-        let job_id = fields.next()?;
+        let (head, run_at) = name.rsplit_once('_')?;
+        let (rank, rest) = head.split_once('_')?;
+        let (created, job_id) = rest.split_once('_')?;
         crate::job::validate_id("job id", job_id).ok()?;
         Some(PendingMarker {
-            rank,
-            created_micros,
-            run_at_micros,
+            rank: rank.parse().ok()?,
+            created_micros: created.parse().ok()?,
             job_id: job_id.to_string(),
+            run_at_micros: run_at.parse().ok()?,
         })
-    }
-
-    /// Returns the claim order key; lower is claimed first.
-    pub fn claim_order(&self) -> (u32, u64, &str) {
-        (self.rank, self.created_micros, &self.job_id)
     }
 
     pub fn is_due(&self, now: DateTime<Utc>) -> bool {
@@ -73,6 +76,27 @@ impl PendingMarker {
 
     pub fn run_at(&self) -> Option<DateTime<Utc>> {
         DateTime::from_timestamp_micros(i64::try_from(self.run_at_micros).ok()?)
+    }
+}
+
+/// Formats `time` as the `runAt` field of a marker name, for `name_is_due`.
+pub(super) fn due_field(time: DateTime<Utc>) -> String {
+    format!("{:0width$}", micros(time), width = MICROS_WIDTH)
+}
+
+/// Returns true when the marker `name` has a `runAt` field at or before `due_field`. Compares
+/// the fixed-width fields as text, so `dequeue` need not parse every marker. A name that is not a
+/// marker may pass; parsing the chosen marker rejects it.
+pub(super) fn name_is_due(name: &str, due_field: &str) -> bool {
+    let Some(separator) = name.len().checked_sub(MICROS_WIDTH + 1) else {
+        return false;
+    };
+    match (
+        name.get(separator..separator + 1),
+        name.get(separator + 1..),
+    ) {
+        (Some("_"), Some(run_at)) => run_at <= due_field,
+        _ => false,
     }
 }
 
@@ -154,30 +178,71 @@ fn remove_if_present(path: &std::path::Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+
+    fn marker(rank: u32, created_micros: u64, job_id: &str, run_at_micros: u64) -> PendingMarker {
+        PendingMarker {
+            rank,
+            created_micros,
+            job_id: job_id.to_string(),
+            run_at_micros,
+        }
+    }
 
     #[test]
-    fn marker_name_round_trips_and_orders() {
-        let created = Utc.timestamp_micros(1_700_000_000_123_456).single();
-        let Some(created) = created else {
-            panic!("test timestamp out of range");
-        };
-        let high = PendingMarker {
-            rank: 0,
-            created_micros: micros(created),
-            run_at_micros: micros(created),
-            job_id: "0190-b".to_string(),
-        };
-        let parsed = PendingMarker::parse(&high.file_name());
-        assert_eq!(parsed.as_ref(), Some(&high));
-
-        let low_older = PendingMarker {
-            rank: 1000,
-            created_micros: 1,
-            ..high.clone()
-        };
-        assert!(high.claim_order() < low_older.claim_order());
+    fn marker_name_round_trips() {
+        let original = marker(
+            1000,
+            1_700_000_000_123_456,
+            "0190a5c2-7d1e-7c3a-9a5b-000000000001",
+            1_700_000_000_999_999,
+        );
+        assert_eq!(PendingMarker::parse(&original.file_name()), Some(original));
+        let underscored = marker(3, 4, "job_with_underscores", 5);
+        assert_eq!(
+            PendingMarker::parse(&underscored.file_name()),
+            Some(underscored)
+        );
         assert!(PendingMarker::parse(".tmp_1_2_x").is_none());
-        assert!(PendingMarker::parse("0001_2_3_../x").is_none());
+        assert!(PendingMarker::parse("0001_2_../x_3").is_none());
+        assert!(PendingMarker::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn marker_names_sort_in_claim_order() {
+        let id_a = "0190a5c2-7d1e-7c3a-9a5b-00000000000a";
+        let id_b = "0190a5c2-7d1e-7c3a-9a5b-00000000000b";
+        let expected = [
+            marker(0, 900, id_b, 9_999_999),
+            marker(10, 100, id_b, 1),
+            marker(10, 200, id_a, 1),
+            marker(10, 200, id_b, 0),
+            marker(2000, 50, id_a, 1),
+        ];
+        let mut names: Vec<String> = expected.iter().map(PendingMarker::file_name).collect();
+        names.reverse();
+        names.sort();
+        let expected_names: Vec<String> = expected.iter().map(PendingMarker::file_name).collect();
+        assert_eq!(names, expected_names);
+    }
+
+    #[test]
+    fn due_check_compares_run_at_field() {
+        let now = 1_700_000_000_000_000;
+        let Some(now_time) = DateTime::from_timestamp_micros(now) else {
+            panic!("test time out of range");
+        };
+        let field = due_field(now_time);
+        let id = "0190a5c2-7d1e-7c3a-9a5b-00000000000a";
+        assert!(name_is_due(
+            &marker(0, 1, id, now as u64).file_name(),
+            &field
+        ));
+        assert!(name_is_due(&marker(0, 1, id, 5).file_name(), &field));
+        assert!(!name_is_due(
+            &marker(0, 1, id, now as u64 + 1).file_name(),
+            &field
+        ));
+        assert!(!name_is_due("short", &field));
+        assert!(!name_is_due("ééééééééééééééééééééééé", &field));
     }
 }

@@ -1,9 +1,7 @@
 //! The calls a worker makes with its lease: `ack`, `fail`, `heartbeat` and `release`.
 //!
-//! NOTE: a lease is fenced by job id, attempt and worker id. After `cancel` and `retry` restart a
-//! job at attempt 1, a worker that still runs the cancelled attempt 1 under the same worker id
-//! holds a lease equal to the new claim's. Workers stop a cancelled attempt at their next
-//! heartbeat, which closes that window in practice; a run id in `Lease` would close it fully.
+//! A lease holds while the job is `running` under the same run id, attempt and worker id, so a
+//! worker that still runs an attempt of a cancelled and retried job cannot touch the new run.
 
 use super::index;
 use super::layout::Layout;
@@ -156,6 +154,7 @@ fn with_lease<T>(
             }
         };
         let holds = job.status == JobStatus::Running
+            && job.run_id == lease.run_id
             && job.attempts == lease.attempt
             && job.locked_by.as_deref() == Some(lease.worker_id.as_str());
         if !holds {
