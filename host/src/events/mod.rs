@@ -7,7 +7,7 @@
 
 mod store;
 
-pub use store::{EventStore, RunFilter, RunPage, RunSummary};
+pub use store::{EventStore, EventStoreError, RunFilter, RunPage, RunSummary};
 
 use crate::job::Job;
 use chrono::{DateTime, Utc};

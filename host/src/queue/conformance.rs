@@ -5,10 +5,12 @@
 //! `#[tokio::test]` per check, given an async factory that builds a backend from
 //! [`QueueSettings`]:
 //!
-//! ```ignore
+//! ```text
 //! async fn file_backend(settings: QueueSettings) -> Backend { /* open on a temp dir */ }
 //! jobhost::queue_conformance_tests!(file_backend);
 //! ```
+//!
+//! `host/tests/queue_conformance.rs` is the complete version for the file backend.
 //!
 //! The checks use real time with the short lease of [`settings`], and assert no durations beyond
 //! "not claimed before `runAt`" and bounds on the delays a backend records.

@@ -169,10 +169,14 @@ pub(super) async fn keep_record(
     let interval = ctx.settings.heartbeat_interval;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A plugin loaded or removed shows in the record at once rather than at the next tick.
+    let mut plugin_changes = ctx.registry.subscribe();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => write_now(&ctx, started_at).await,
+            // The registry, and so the sender, lives as long as `ctx`, so this never fails.
+            Ok(()) = plugin_changes.changed() => write_now(&ctx, started_at).await,
         }
     }
 }
