@@ -146,7 +146,8 @@ pub struct ApiArgs {
 #[derive(Debug, Clone, Args)]
 pub struct WorkerOptions {
     /// Directories to load plugins (`<name>.wasm` plus optional `<name>.toml`) from, separated by
-    /// ':'; a job type may be handled by one plugin only across all of them.
+    /// ':'. A file in a later directory replaces one of the same name in an earlier one, and a job
+    /// type may be handled by one plugin only across all of them.
     #[arg(
         long,
         env = "PLUGINS_DIR",

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
 
-/// Where a job is in its life. Stored as lowercase text (`"pending"`, ...).
+/// The state of a job, stored as lowercase text (`"pending"`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
@@ -18,7 +18,8 @@ pub enum JobStatus {
     /// In: `dequeue`. Out: the claiming worker's `ack`, `fail` or `release`, `cancel`, or lease
     /// expiry (back to `pending`, or to `failed` when no attempt is left).
     Running,
-    /// Finished with a result. In: `ack`. Out: none; `prune` deletes it after the retention period.
+    /// Finished with a result. In: `ack`. Out: none, but `prune` deletes it after the retention
+    /// period.
     Completed,
     /// Finished without success: a non-retryable error, attempts used up, or the worker lost on
     /// the last attempt. In: `fail`, lease expiry. Out: `retry` (to `pending`) or `prune`.
@@ -76,16 +77,16 @@ impl std::str::FromStr for JobStatus {
     }
 }
 
-/// Whether retrying a failed attempt can help. Mirrors `error-kind` in the WIT contract, plus the
-/// failures the host itself detects.
+/// Whether retrying a failed attempt can help: the three kinds of `error-kind` in the WIT contract,
+/// which the host also uses for the failures it detects itself (deadline, trap, lost worker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
-    /// The payload is wrong; retrying cannot help.
+    /// The payload is wrong, so retrying cannot help.
     InvalidPayload,
-    /// Transient; retried with backoff while attempts remain.
+    /// A transient failure, retried with backoff while attempts remain.
     Retryable,
-    /// Permanent; the job fails at once.
+    /// A permanent failure: the job fails at once.
     Fatal,
 }
 

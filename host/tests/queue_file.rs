@@ -228,9 +228,9 @@ async fn path_like_values_never_leave_the_data_dir() {
 
     // A key record whose content is a path is ignored, not followed.
     let key = "report-2024";
-    let record = data
-        .join("queue/keys")
-        .join(hex::encode(Sha256::digest(key.as_bytes())));
+    let record = data.join("queue/keys").join(hex::encode(Sha256::digest(
+        format!("{TYPE_A}\n{key}").as_bytes(),
+    )));
     fs::write(&record, "../../outside").expect("write key record");
     let enqueued = queue
         .enqueue(
@@ -389,7 +389,7 @@ async fn index_is_rebuilt_after_restart() {
         .await
         .expect("enqueue keyed")
         .job;
-    let (claimed, _) = queue
+    let (claimed, first_lease) = queue
         .dequeue("w1", &types())
         .await
         .expect("dequeue")
@@ -402,6 +402,8 @@ async fn index_is_rebuilt_after_restart() {
         .expect("a job");
     assert_eq!(claimed.id, running.id);
     let lost_marker = queue.cancel(&lost_marker.id).await.expect("cancel");
+    // The worker learns of the cancel at its heartbeat, which frees the job for a retry.
+    assert!(queue.heartbeat(&first_lease).await.is_err());
     let lost_marker = queue.retry(&lost_marker.id).await.expect("retry");
     let expected_pending = pending_markers(dir.path(), TYPE_A);
     assert_eq!(expected_pending.len(), 2);

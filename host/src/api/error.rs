@@ -141,6 +141,9 @@ impl From<QueueError> for ApiError {
             QueueError::InvalidState { .. } | QueueError::LeaseLost { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "invalid_state", error.to_string())
             }
+            QueueError::AttemptStopping { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "attempt_stopping", error.to_string())
+            }
             QueueError::Io { .. } | QueueError::Corrupt { .. } => ApiError::internal(error),
         }
     }

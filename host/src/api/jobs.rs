@@ -98,6 +98,17 @@ fn validate_enqueue(
 ) -> Result<EnqueueOptions, ApiError> {
     validate_job_type(&request.job_type)
         .map_err(|message| ApiError::invalid_field("type", message))?;
+    // A debate's job must match its stored debate and own the key `RUN_DEBATE:<debateId>`, so
+    // debates are only enqueued through `/api/debates`.
+    if request.job_type == crate::debate::JOB_TYPE {
+        return Err(ApiError::invalid_field(
+            "type",
+            format!(
+                "job type {} is enqueued through POST /api/debates, which validates and stores the debate; post the debate there",
+                crate::debate::JOB_TYPE
+            ),
+        ));
+    }
 
     if let Some(max_attempts) = request.max_attempts
         && !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts)

@@ -172,6 +172,14 @@ impl DebateRequest {
         let debate_id = match self.debate_id {
             Some(id) => {
                 validate_id("debate id", &id).map_err(|message| invalid("debateId", message))?;
+                // `/api/debates/run` is the route that submits a debate, so a debate with this id
+                // could never be read back.
+                if id == "run" {
+                    return Err(invalid(
+                        "debateId",
+                        "debate id \"run\" is reserved by the route POST /api/debates/run: choose another id",
+                    ));
+                }
                 id
             }
             None => crate::job::new_id(),
@@ -445,6 +453,7 @@ mod tests {
             (json!({ "topic": " ab " }), "topic"),
             (json!({ "topic": "x".repeat(2001) }), "topic"),
             (json!({ "topic": "abc", "debateId": "../x" }), "debateId"),
+            (json!({ "topic": "abc", "debateId": "run" }), "debateId"),
             (
                 json!({ "topic": "abc", "context": "c".repeat(MAX_CONTEXT_CHARS + 1) }),
                 "context",

@@ -106,6 +106,8 @@ macro_rules! queue_conformance_tests {
             cancel_pending_job,
             cancel_running_job,
             cancelled_attempt_cannot_touch_retried_run,
+            cancelled_attempt_frees_retry_after_lease,
+            idempotency_key_is_scoped_by_type,
             cancel_terminal_job,
             retry_failed_and_cancelled,
             release_does_not_count_attempt,
@@ -982,16 +984,37 @@ pub async fn cancel_running_job(backend: Backend) {
     );
 }
 
-/// Checks that a worker still running the attempt of a cancelled job cannot complete the run that
-/// `retry` started, even when the same worker claims the retried job as attempt 1 again.
+/// Checks that a job cancelled while running cannot be retried until its worker learns of the
+/// cancel, and that the cancelled attempt's lease cannot touch the new run, even when the same
+/// worker claims it as attempt 1 again.
 pub async fn cancelled_attempt_cannot_touch_retried_run(backend: Backend) {
     let queue = &backend.queue;
     let job = enqueue_default(queue, TYPE_A).await;
     let (_, old_lease) = claim(queue, "w1", &[TYPE_A]).await;
     queue.cancel(&job.id).await.expect("cancel");
-    let retried = queue.retry(&job.id).await.expect("retry");
-    assert_ne!(retried.run_id, job.run_id);
 
+    let early = queue.retry(&job.id).await;
+    assert!(
+        matches!(early, Err(QueueError::AttemptStopping { .. })),
+        "retry while the cancelled attempt still runs returned {early:?}"
+    );
+    let heartbeat = queue.heartbeat(&old_lease).await;
+    assert!(
+        matches!(
+            heartbeat,
+            Err(QueueError::LeaseLost {
+                status: JobStatus::Cancelled,
+                ..
+            })
+        ),
+        "heartbeat of the cancelled attempt returned {heartbeat:?}"
+    );
+
+    let retried = queue
+        .retry(&job.id)
+        .await
+        .expect("retry after the worker stopped");
+    assert_ne!(retried.run_id, job.run_id);
     let (claimed, new_lease) = claim(queue, "w1", &[TYPE_A]).await;
     assert_eq!(claimed.id, job.id);
     assert_eq!(new_lease.attempt, old_lease.attempt);
@@ -1004,12 +1027,58 @@ pub async fn cancelled_attempt_cannot_touch_retried_run(backend: Backend) {
         queue.heartbeat(&old_lease).await,
         "heartbeat with the cancelled run's lease",
     );
-    let job = get(queue, &job.id).await;
-    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(get(queue, &job.id).await.status, JobStatus::Running);
     queue
         .ack(&new_lease, Value::Null)
         .await
         .expect("ack of the new run");
+}
+
+/// Checks that a job cancelled while running can be retried once its lease has run out, when its
+/// worker died without learning of the cancel.
+pub async fn cancelled_attempt_frees_retry_after_lease(backend: Backend) {
+    let queue = &backend.queue;
+    let job = enqueue_default(queue, TYPE_A).await;
+    claim(queue, "w1", &[TYPE_A]).await;
+    queue.cancel(&job.id).await.expect("cancel");
+    assert!(matches!(
+        queue.retry(&job.id).await,
+        Err(QueueError::AttemptStopping { .. })
+    ));
+
+    tokio::time::sleep(backend.settings.lease + Duration::from_millis(50)).await;
+    let retried = queue
+        .retry(&job.id)
+        .await
+        .expect("retry after the lease ran out");
+    assert_eq!(retried.status, JobStatus::Pending);
+}
+
+/// Checks that idempotency keys are scoped by job type: a job of another type with the same key
+/// neither returns nor blocks the first type's job.
+pub async fn idempotency_key_is_scoped_by_type(backend: Backend) {
+    let queue = &backend.queue;
+    let keyed = |key: &str| EnqueueOptions {
+        idempotency_key: Some(key.to_string()),
+        ..EnqueueOptions::default()
+    };
+    let other = queue
+        .enqueue(TYPE_B, json!("other"), keyed("RUN:1"))
+        .await
+        .expect("enqueue of the other type");
+    let first = queue
+        .enqueue(TYPE_A, json!("first"), keyed("RUN:1"))
+        .await
+        .expect("enqueue");
+    assert!(!first.existing, "a job of another type took the key");
+    assert_ne!(first.job.id, other.job.id);
+
+    let again = queue
+        .enqueue(TYPE_A, json!("again"), keyed("RUN:1"))
+        .await
+        .expect("repeat");
+    assert!(again.existing);
+    assert_eq!(again.job.id, first.job.id);
 }
 
 /// Checks that completed and failed jobs cannot be cancelled.
@@ -1067,6 +1136,10 @@ pub async fn retry_failed_and_cancelled(backend: Backend) {
         assert_eq!(retried.attempts, 0);
         assert_ne!(retried.run_id, job.run_id);
         assert!(retried.finished_at.is_none());
+        assert!(
+            retried.last_error.is_none(),
+            "retry kept the old run's error"
+        );
         assert!(retried.run_at <= Utc::now());
         assert_eq!(
             event_types(&backend.events, &retried.run_id),

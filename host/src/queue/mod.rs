@@ -169,6 +169,17 @@ pub enum QueueError {
         current_attempt: u32,
     },
 
+    /// `retry` of a job cancelled while running, before its worker stopped the attempt: the
+    /// worker learns of the cancel at its next lease heartbeat, or the lease runs out at `until`.
+    #[error(
+        "cannot retry job {job_id} yet: its cancelled attempt is still stopping on worker {worker_id}; retry once the worker has stopped it, at the latest after {until}"
+    )]
+    AttemptStopping {
+        job_id: String,
+        worker_id: String,
+        until: DateTime<Utc>,
+    },
+
     /// The requested state change is not allowed from the job's current state.
     #[error("cannot {action} job {job_id}: it is {status}")]
     InvalidState {
@@ -205,7 +216,7 @@ impl QueueError {
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Adds a job, or returns the existing one (with `existing: true`) when `opts.idempotency_key`
-    /// matches a job that is pending, running or completed. Records a `RunQueued` event for a new
+    /// matches a job of the same type that is pending, running or completed. Records a `RunQueued` event for a new
     /// job. Rejects an invalid job type, an oversized payload, and out-of-range options.
     async fn enqueue(
         &self,
@@ -252,7 +263,9 @@ pub trait Queue: Send + Sync + 'static {
     /// cannot be cancelled.
     async fn cancel(&self, job_id: &str) -> Result<Job, QueueError>;
 
-    /// Moves a failed or cancelled job back to `pending` with its attempts reset and a new run id.
+    /// Moves a failed or cancelled job back to `pending` as a new run: attempts reset, a new run
+    /// id, no `lastError`. A job cancelled while running can be retried once its worker has
+    /// stopped the attempt (`AttemptStopping` until then).
     async fn retry(&self, job_id: &str) -> Result<Job, QueueError>;
 
     /// Deletes completed, failed and cancelled jobs that finished before `now - older_than`, and

@@ -27,7 +27,7 @@ pub(super) fn enqueue(
 
     inner.locked(|layout, events| {
         if let Some(key) = &opts.idempotency_key
-            && let Some(job) = live_job_with_key(layout, key, events)?
+            && let Some(job) = live_job_with_key(layout, job_type, key, events)?
         {
             tracing::debug!(
                 job_id = %job.id,
@@ -67,7 +67,7 @@ pub(super) fn enqueue(
         // `dequeue` cannot find. A crash before the job file is written leaves a record naming a
         // missing job, which the next enqueue ignores, and a marker that `dequeue` removes.
         if let Some(key) = &job.idempotency_key {
-            write_key_record(layout, key, &job.id)?;
+            write_key_record(layout, &scoped_key(&job.job_type, key), &job.id)?;
         }
         index::add_pending(layout, &job).map_err(io_at(&layout.pending))?;
         store::write_job(layout, &job)?;
@@ -130,19 +130,28 @@ fn check_request(
     Ok(max_attempts)
 }
 
-/// Returns the job that owns `key` while it is pending, running or completed. A record that
-/// names a missing, failed or cancelled job, or a job with another key, frees the key.
+/// Returns the name an idempotency key is recorded under. Keys are scoped by job type, so a job of
+/// another type cannot take a key such as `RUN_DEBATE:<debateId>` from the jobs it belongs to. A
+/// job type never contains a newline, so the name is unambiguous.
+pub(super) fn scoped_key(job_type: &str, key: &str) -> String {
+    format!("{job_type}\n{key}")
+}
+
+/// Returns the job of `job_type` that owns `key` while it is pending, running or completed. A
+/// record that names a missing, failed or cancelled job, or a job with another key, frees the key.
 fn live_job_with_key(
     layout: &Layout,
+    job_type: &str,
     key: &str,
     events: &mut Vec<QueueEvent>,
 ) -> Result<Option<Job>, QueueError> {
-    let Some(job_id) = read_key_record(layout, key)? else {
+    let Some(job_id) = read_key_record(layout, &scoped_key(job_type, key))? else {
         return Ok(None);
     };
     match store::read_job(layout, &job_id)? {
         JobFile::Found(job)
             if job.idempotency_key.as_deref() == Some(key)
+                && job.job_type == job_type
                 && matches!(
                     job.status,
                     JobStatus::Pending | JobStatus::Running | JobStatus::Completed

@@ -19,7 +19,7 @@ pub(super) struct Layout {
     pub running: PathBuf,
     /// `index/boot-id`: the kernel boot id under which the index was last checked.
     pub boot_id: PathBuf,
-    /// `keys/<sha256 of key>`: the id of the job that owns an idempotency key.
+    /// `keys/<sha256 of job type, newline, key>`: the id of the job that owns an idempotency key.
     pub keys: PathBuf,
     /// `quarantine/`: job files that could not be read, moved aside for an operator.
     pub quarantine: PathBuf,
@@ -69,7 +69,8 @@ impl Layout {
         self.running.join(job_id)
     }
 
-    /// Returns the path of a key's record. The name is a hash, so any key text is a safe name.
+    /// Returns the path of a scoped key's record (`enqueue::scoped_key`). The name is a hash, so any
+    /// key text is a safe name.
     pub fn key_record(&self, key: &str) -> PathBuf {
         self.keys.join(hex::encode(Sha256::digest(key.as_bytes())))
     }

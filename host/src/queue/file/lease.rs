@@ -138,7 +138,7 @@ fn with_lease<T>(
 ) -> Result<T, QueueError> {
     validate_id("job id", &lease.job_id).map_err(QueueError::Invalid)?;
     inner.locked(|layout, events| {
-        let job = match store::read_job(layout, &lease.job_id)? {
+        let mut job = match store::read_job(layout, &lease.job_id)? {
             JobFile::Found(job) => *job,
             JobFile::Missing => {
                 return Err(QueueError::NotFound {
@@ -153,11 +153,18 @@ fn with_lease<T>(
                 });
             }
         };
-        let holds = job.status == JobStatus::Running
-            && job.run_id == lease.run_id
+        let same_attempt = job.run_id == lease.run_id
             && job.attempts == lease.attempt
             && job.locked_by.as_deref() == Some(lease.worker_id.as_str());
-        if !holds {
+        if !(same_attempt && job.status == JobStatus::Running) {
+            // The worker of a cancelled attempt learns of the cancel here and stops it, so the
+            // job is free to be retried from now on.
+            if same_attempt && job.status == JobStatus::Cancelled {
+                job.locked_by = None;
+                job.locked_until = None;
+                job.updated_at = Utc::now();
+                store::write_job(layout, &job)?;
+            }
             return Err(QueueError::LeaseLost {
                 job_id: job.id,
                 attempt: lease.attempt,

@@ -1,6 +1,6 @@
 //! Changes made by users rather than workers: `cancel`, `retry` and `prune`.
 
-use super::enqueue::read_key_record;
+use super::enqueue::{read_key_record, scoped_key};
 use super::index::{self, PendingMarker};
 use super::layout::{Layout, job_id_of_file_name, list_names};
 use super::lifecycle::{self, QueueEvent};
@@ -42,8 +42,13 @@ pub(super) fn cancel(inner: &Inner, job_id: &str) -> Result<Job, QueueError> {
         let marker = PendingMarker::of_job(&job);
         let now = Utc::now();
         job.status = JobStatus::Cancelled;
-        job.locked_by = None;
-        job.locked_until = None;
+        // A running attempt keeps `lockedBy` and `lockedUntil` until its worker learns of the
+        // cancel (its next lease call) or the lease runs out, so `retry` cannot start a new run
+        // while the old attempt still runs.
+        if previous == JobStatus::Pending {
+            job.locked_by = None;
+            job.locked_until = None;
+        }
         job.finished_at = Some(now);
         job.updated_at = now;
         store::write_job(layout, &job)?;
@@ -75,6 +80,17 @@ pub(super) fn retry(inner: &Inner, job_id: &str) -> Result<Job, QueueError> {
         }
 
         let now = Utc::now();
+        if job.status == JobStatus::Cancelled
+            && let (Some(worker_id), Some(until)) = (&job.locked_by, job.locked_until)
+            && until > now
+        {
+            return Err(QueueError::AttemptStopping {
+                job_id: job.id.clone(),
+                worker_id: worker_id.clone(),
+                until,
+            });
+        }
+
         job.status = JobStatus::Pending;
         job.attempts = 0;
         job.run_id = new_id();
@@ -84,6 +100,7 @@ pub(super) fn retry(inner: &Inner, job_id: &str) -> Result<Job, QueueError> {
         job.started_at = None;
         job.finished_at = None;
         job.result = None;
+        job.last_error = None;
         job.updated_at = now;
         index::add_pending(layout, &job).map_err(io_at(&layout.pending))?;
         store::write_job(layout, &job)?;
@@ -167,9 +184,10 @@ fn delete_batch(
             continue;
         }
         if let Some(key) = &job.idempotency_key
-            && read_key_record(layout, key)?.as_deref() == Some(job_id.as_str())
+            && read_key_record(layout, &scoped_key(&job.job_type, key))?.as_deref()
+                == Some(job_id.as_str())
         {
-            let record = layout.key_record(key);
+            let record = layout.key_record(&scoped_key(&job.job_type, key));
             fs::remove_file(&record).map_err(io_at(&record))?;
         }
         let path = layout.job_file(job_id);

@@ -6,7 +6,7 @@
 //! machine restarted or the index was deleted, it rebuilds the index before the process does
 //! anything else. Within one boot, writers keep the index consistent by ordering their steps.
 
-use super::enqueue::{read_key_record, write_key_record};
+use super::enqueue::{read_key_record, scoped_key, write_key_record};
 use super::index::{self, PendingMarker};
 use super::layout::{Layout, job_id_of_file_name, list_names};
 use super::lifecycle::QueueEvent;
@@ -146,7 +146,9 @@ fn read_expected(
             _ => {}
         }
         if let Some(key) = job.idempotency_key {
-            expected.keys.insert(key, job.id);
+            expected
+                .keys
+                .insert(scoped_key(&job.job_type, &key), job.id);
         }
     }
     Ok(expected)
