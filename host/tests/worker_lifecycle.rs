@@ -2,6 +2,7 @@
 
 mod worker_support;
 
+use chrono::Utc;
 use jobhost::job::JobStatus;
 use jobhost::queue::Queue;
 use jobhost::worker::WorkerStatus;
@@ -46,25 +47,42 @@ async fn shutdown_finishes_short_jobs_and_releases_long_ones() {
     let harness = Harness::new();
     harness.install_testkit("");
     let mut settings = harness.settings("stopper");
-    settings.shutdown_grace = Duration::from_secs(1);
+    // The short jobs below need 1.5 s, so they are still running when the stop starts, and the
+    // grace period leaves them ample room to end on a slow machine.
+    settings.shutdown_grace = Duration::from_secs(5);
     let worker = harness.start_worker(settings).await;
     worker.wait_job_type("TEST_SPIN").await;
 
-    // Ends within the grace period; it makes no host calls, so it does not notice the stop.
-    let short = harness.enqueue("TEST_SPIN", json!({ "ms": 800 })).await;
+    // Ends within the grace period; it makes no host calls, so it cannot notice the stop.
+    let short_spin = harness.enqueue("TEST_SPIN", json!({ "ms": 1_500 })).await;
+    // Ends within the grace period while checking `is-cancelled` every 50 ms, which stays false.
+    let short_sleep = harness.enqueue("TEST_SLEEP", json!({ "ms": 1_500 })).await;
     // Never ends by itself and makes no host calls: interrupted when the grace period is over.
     let spin = harness.enqueue("TEST_SPIN", json!({ "ms": null })).await;
-    // Checks `is-cancelled` and stops early once the worker is stopping.
-    let sleeper = harness.enqueue("TEST_SLEEP", json!({ "ms": 60_000 })).await;
-    for job in [&short, &spin, &sleeper] {
+    // Checks `is-cancelled`, but runs past the grace period and is interrupted.
+    let long_sleep = harness.enqueue("TEST_SLEEP", json!({ "ms": 60_000 })).await;
+    for job in [&short_spin, &short_sleep, &spin, &long_sleep] {
         harness.wait_status(&job.id, JobStatus::Running).await;
     }
 
+    let stop_requested = Utc::now();
     worker.stop().await.expect("worker stops cleanly");
 
-    let short = harness.wait_finished(&short.id).await;
-    assert_eq!(short.status, JobStatus::Completed);
-    for job in [&spin, &sleeper] {
+    for (job, result_key) in [(&short_spin, "spunMs"), (&short_sleep, "sleptMs")] {
+        let job = harness.wait_finished(&job.id).await;
+        assert_eq!(job.status, JobStatus::Completed, "{:?}", job.last_error);
+        let result = job.result.as_ref().expect("a completed job has a result");
+        assert_eq!(result[result_key], json!(1_500), "{result}");
+        // Finished during the grace period, not before the stop.
+        let finished = harness.run_finished(&job.run_id);
+        assert!(
+            finished.ts > stop_requested,
+            "job {} finished at {} before the stop at {stop_requested}",
+            job.id,
+            finished.ts
+        );
+    }
+    for job in [&spin, &long_sleep] {
         let job = harness.job(&job.id).await;
         assert_eq!(
             job.status,

@@ -1,5 +1,6 @@
 //! Plugin hot reload while the worker runs: adding, replacing and deleting plugin files, a file
-//! that is still being written, and plugins that fail to load.
+//! that is still being written, plugins that fail to load, and replacements that fail to load
+//! while the version loaded before keeps running.
 
 mod worker_support;
 
@@ -295,5 +296,127 @@ async fn broken_plugins_get_load_errors() {
             .any(|error| error.file.ends_with("badmanifest.wasm")),
         "{record:?}"
     );
+    worker.stop().await.expect("worker stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_replacement_keeps_old_version() {
+    let harness = Harness::new();
+    harness.install_testkit("[config]\nversion = \"1.0.0\"\n");
+    let old_sha = hex::encode(Sha256::digest(testkit_bytes()));
+    let worker = harness
+        .start_worker(harness.settings("broken-replacement"))
+        .await;
+    worker.wait_job_type("TEST_ECHO").await;
+
+    // Garbage renamed over the loaded file.
+    install_plugin(&harness.plugins_dir, "testkit", b"garbage\n", None);
+    let record = worker
+        .wait_record("a load error for testkit.wasm", |record| {
+            record
+                .load_errors
+                .iter()
+                .any(|error| error.file.ends_with("testkit.wasm"))
+        })
+        .await;
+    assert_eq!(record.load_errors.len(), 1, "{record:?}");
+    let message = &record.load_errors[0].message;
+    assert!(
+        message.contains("not a valid WebAssembly component"),
+        "{message}"
+    );
+    assert!(message.contains("version 1.0.0"), "{message}");
+    assert!(
+        record.job_types.iter().any(|t| t == "TEST_ECHO"),
+        "{record:?}"
+    );
+    assert_eq!(record.plugins.len(), 1, "{record:?}");
+    assert_eq!(record.plugins[0].sha256, old_sha);
+
+    // A new job of its type runs on the version that loaded before.
+    let job = harness.enqueue("TEST_ECHO", json!("old version")).await;
+    let job = harness.wait_finished(&job.id).await;
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.last_error);
+    assert_eq!(job.result, Some(json!("old version")));
+    let started = harness.events_of(&job.run_id, "RunStarted");
+    assert_eq!(started[0].data["pluginVersion"], json!("1.0.0"));
+
+    // A good file replaces the garbage, loads and clears the error.
+    let new_bytes = with_custom_section(&testkit_bytes(), "jobhost-test", b"version 2");
+    let new_sha = hex::encode(Sha256::digest(&new_bytes));
+    install_plugin(
+        &harness.plugins_dir,
+        "testkit",
+        &new_bytes,
+        Some("[config]\nversion = \"2.0.0\"\n"),
+    );
+    let record = worker
+        .wait_record("testkit 2.0.0 loaded from the new bytes", |record| {
+            record
+                .plugins
+                .iter()
+                .any(|plugin| plugin.version == "2.0.0" && plugin.sha256 == new_sha)
+        })
+        .await;
+    assert!(record.load_errors.is_empty(), "{record:?}");
+    assert_eq!(record.plugins.len(), 1, "{record:?}");
+
+    let next = harness
+        .enqueue("TEST_CONFIG", json!({ "key": "version" }))
+        .await;
+    let next = harness.wait_finished(&next.id).await;
+    assert_eq!(next.result, Some(json!({ "value": "2.0.0" })));
+    worker.stop().await.expect("worker stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_copy_keeps_old_version() {
+    let harness = Harness::new();
+    harness.install_testkit("");
+    let old_sha = hex::encode(Sha256::digest(testkit_bytes()));
+    let worker = harness.start_worker(harness.settings("stalled-copy")).await;
+    worker.wait_job_type("TEST_ECHO").await;
+
+    // Overwrite the loaded file in place with the first half of a new version, then stall for
+    // longer than the settle period, so the half file is loaded and fails.
+    let new_bytes = with_custom_section(&testkit_bytes(), "jobhost-test", b"version 2");
+    let new_sha = hex::encode(Sha256::digest(&new_bytes));
+    let path = harness.plugins_dir.join("testkit.wasm");
+    let mut file = std::fs::File::create(&path).expect("open plugin file");
+    let (first_half, second_half) = new_bytes.split_at(new_bytes.len() / 2);
+    file.write_all(first_half).expect("write first half");
+    file.flush().expect("flush first half");
+    let record = worker
+        .wait_record("a load error for the half-written testkit.wasm", |record| {
+            record
+                .load_errors
+                .iter()
+                .any(|error| error.file.ends_with("testkit.wasm"))
+        })
+        .await;
+    assert!(
+        record.job_types.iter().any(|t| t == "TEST_ECHO"),
+        "{record:?}"
+    );
+    assert_eq!(record.plugins.len(), 1, "{record:?}");
+    assert_eq!(record.plugins[0].sha256, old_sha);
+
+    // The old version keeps running jobs while the copy stalls.
+    let job = harness
+        .enqueue("TEST_ECHO", json!("during the stall"))
+        .await;
+    let job = harness.wait_finished(&job.id).await;
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.last_error);
+
+    // The finished copy loads and clears the error.
+    file.write_all(second_half).expect("write second half");
+    file.flush().expect("flush second half");
+    drop(file);
+    let record = worker
+        .wait_record("testkit loaded from the finished copy", |record| {
+            record.plugins.iter().any(|plugin| plugin.sha256 == new_sha)
+        })
+        .await;
+    assert!(record.load_errors.is_empty(), "{record:?}");
     worker.stop().await.expect("worker stops cleanly");
 }

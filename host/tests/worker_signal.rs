@@ -1,8 +1,10 @@
-//! SIGTERM to a `jobhost worker` process with jobs in flight: the worker hands every unfinished
-//! job back to the queue, records why, marks its record `stopped` and exits with status 0.
+//! SIGTERM to a `jobhost worker` process with jobs in flight. The worker lets the jobs that end
+//! within the shutdown grace period finish and hands the rest back to the queue, recording why.
+//! It then marks its record `stopped` and exits with status 0.
 
 mod worker_support;
 
+use chrono::Utc;
 use jobhost::job::JobStatus;
 use jobhost::queue::Queue;
 use jobhost::worker::WorkerStatus;
@@ -14,11 +16,15 @@ use std::time::{Duration, Instant};
 use worker_support::{Harness, WAIT_LIMIT, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_releases_jobs_in_flight() {
+async fn sigterm_finishes_short_jobs_and_releases_long_ones() {
     let harness = Harness::new();
     harness.install_testkit("");
+    // Checks `is-cancelled` every 50 ms and ends within the grace period below.
+    let short_sleep = harness.enqueue("TEST_SLEEP", json!({ "ms": 1_500 })).await;
+    // Never ends by itself: interrupted when the grace period is over.
     let spin = harness.enqueue("TEST_SPIN", json!({ "ms": null })).await;
-    let sleeper = harness.enqueue("TEST_SLEEP", json!({ "ms": 60_000 })).await;
+    // Checks `is-cancelled`, but runs past the grace period and is interrupted.
+    let long_sleep = harness.enqueue("TEST_SLEEP", json!({ "ms": 60_000 })).await;
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_jobhost"))
         .arg("worker")
@@ -32,8 +38,9 @@ async fn sigterm_releases_jobs_in_flight() {
             "50",
             "--lease-secs",
             "30",
+            // Ample room for the 1.5 s job on a slow machine.
             "--shutdown-grace-secs",
-            "1",
+            "5",
         ])
         // The model is never called; an unset base URL keeps the worker offline.
         .env_remove("LLM_BASE_URL")
@@ -64,10 +71,11 @@ async fn sigterm_releases_jobs_in_flight() {
         async move { found.then_some(()) }
     })
     .await;
-    for job in [&spin, &sleeper] {
+    for job in [&short_sleep, &spin, &long_sleep] {
         harness.wait_status(&job.id, JobStatus::Running).await;
     }
 
+    let signal_sent = Utc::now();
     let pid = child.id().to_string();
     let status = Command::new("kill")
         .args(["-TERM", &pid])
@@ -91,8 +99,26 @@ async fn sigterm_releases_jobs_in_flight() {
     assert!(exit.success(), "worker exited with {exit}; log:\n{log}");
     assert!(log.contains("worker stopped"), "{log}");
 
-    // Nothing is left running; every job in flight went back to the queue.
-    for job in [&spin, &sleeper] {
+    // The short job finished during the grace period, not before the signal.
+    let short_sleep = harness.job(&short_sleep.id).await;
+    assert_eq!(
+        short_sleep.status,
+        JobStatus::Completed,
+        "{:?}; log:\n{log}",
+        short_sleep.last_error
+    );
+    assert_eq!(short_sleep.result, Some(json!({ "sleptMs": 1_500 })));
+    let finished = harness.run_finished(&short_sleep.run_id);
+    assert_eq!(finished.data["status"], json!("completed"));
+    assert!(
+        finished.ts > signal_sent,
+        "job {} finished at {} before SIGTERM at {signal_sent}",
+        short_sleep.id,
+        finished.ts
+    );
+
+    // Nothing is left running; the other jobs went back to the queue.
+    for job in [&spin, &long_sleep] {
         let job = harness
             .queue
             .get(&job.id)

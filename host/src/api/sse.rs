@@ -43,7 +43,7 @@ async fn follow_run(
     sender: mpsc::Sender<Result<sse::Event, Infallible>>,
 ) {
     let mut offset = 0;
-    let mut resume_after = last_event_id;
+    let mut resume_after = resume_point(last_event_id);
     let mut polls: u32 = 0;
 
     loop {
@@ -95,6 +95,12 @@ async fn follow_run(
             () = sender.closed() => return,
         }
     }
+}
+
+/// Returns the event id to resume after. Event ids are UUIDs, so any other `Last-Event-ID` cannot
+/// name a sent event and the stream starts from the beginning.
+fn resume_point(last_event_id: Option<String>) -> Option<String> {
+    last_event_id.filter(|id| uuid::Uuid::parse_str(id).is_ok())
 }
 
 /// Drops the events a reconnecting client has already seen: everything up to and including the
@@ -176,6 +182,14 @@ mod tests {
             ids[2..].to_vec()
         );
         assert_eq!(resume, None);
+    }
+
+    #[test]
+    fn malformed_last_event_id_replays_all() {
+        assert_eq!(resume_point(Some("garbage".to_string())), None);
+        assert_eq!(resume_point(Some(String::new())), None);
+        let id = crate::job::new_id();
+        assert_eq!(resume_point(Some(id.clone())), Some(id));
     }
 
     #[test]

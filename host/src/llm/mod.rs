@@ -163,6 +163,16 @@ impl fmt::Debug for LlmSettings {
 pub fn build_chat_model(settings: &LlmSettings) -> Result<Arc<dyn ChatModel>, String> {
     match settings.base_url.as_deref().map(str::trim) {
         Some(base_url) if !base_url.is_empty() => {
+            if settings
+                .model
+                .as_deref()
+                .is_none_or(|model| model.trim().is_empty())
+            {
+                tracing::warn!(
+                    base_url,
+                    "LLM_MODEL is not set: model calls that name no model fail with model_not_set; set LLM_MODEL to the server's model name"
+                );
+            }
             Ok(Arc::new(OpenAiCompatible::new(base_url, settings)?))
         }
         _ => Ok(Arc::new(OfflineModel::new(settings.model.clone()))),

@@ -7,8 +7,12 @@
 //!
 //! - A new or changed file loads once its size and modification time have not changed for the
 //!   settle period, so a file that is still being copied is not loaded half-written. A file that
-//!   does not parse while it is still changing waits. A file that does not parse once stable is a
+//!   does not parse while it is still changing waits. A file that does not load once stable is a
 //!   load error until it changes again.
+//! - A changed file that does not load leaves the last version that loaded from the same path
+//!   in place: its job types stay claimable, and it is replaced once the file loads. So a broken
+//!   copy, or a writer that pauses longer than the settle period, does not take a plugin offline
+//!   (only deleting the file does).
 //! - A deleted file unloads its plugin; its job types are no longer claimed.
 //! - A job type belongs to one plugin. A plugin that claims a type an already loaded plugin owns
 //!   is rejected with a load error, and loads by itself once the owner is gone.
@@ -87,12 +91,14 @@ struct FileEntry {
     fingerprint: Fingerprint,
     /// Set while the latest fingerprint waits out the settle period.
     settling_since: Option<Instant>,
-    /// The loaded version, possibly of an older fingerprint while a new one settles, so a
-    /// replaced plugin keeps handling its job types until the new version is ready.
+    /// The loaded version, possibly of an older fingerprint while a new one settles or after it
+    /// failed to load, so a replaced plugin keeps handling its job types until a new version
+    /// loads.
     plugin: Option<Arc<LoadedPlugin>>,
     /// Set while the plugin is rejected because another plugin owns one of its job types.
     conflict: Option<LoadErrorRecord>,
-    /// Load error of the latest fingerprint, cleared when the file changes and loads.
+    /// Load error of the latest fingerprint, cleared when the file changes and loads. It can be
+    /// set while `plugin` is an older version that still runs.
     error: Option<LoadErrorRecord>,
 }
 
@@ -216,7 +222,7 @@ impl PluginRegistry {
                 .files
                 .entry(path.clone())
                 .or_insert_with(|| FileEntry::settling(outcome.fingerprint().clone()));
-            outcome.apply(entry);
+            outcome.apply(&path, entry);
         }
 
         self.settle_ownership();
@@ -328,7 +334,7 @@ impl PluginRegistry {
                 }
             }
         }
-        Some((files, unreadable))
+        Some((shadow_by_name(files), unreadable))
     }
 
     /// Reads and loads one stable file.
@@ -352,15 +358,7 @@ impl PluginRegistry {
 
         match result {
             Ok(plugin) => LoadOutcome::Loaded(fingerprint, Arc::new(plugin)),
-            Err(error) => {
-                let record = LoadErrorRecord {
-                    file: path.display().to_string(),
-                    message: error.to_string(),
-                    at: Utc::now(),
-                };
-                tracing::error!(file = %record.file, error = %record.message, "plugin failed to load; the worker runs without it");
-                LoadOutcome::Failed(fingerprint, record)
-            }
+            Err(error) => LoadOutcome::Failed(fingerprint, error),
         }
     }
 
@@ -449,7 +447,7 @@ impl PluginRegistry {
 /// The result of loading one file.
 enum LoadOutcome {
     Loaded(Fingerprint, Arc<LoadedPlugin>),
-    Failed(Fingerprint, LoadErrorRecord),
+    Failed(Fingerprint, LoadError),
     /// The file changed while it was loaded; it settles again.
     Changed(Fingerprint),
 }
@@ -463,7 +461,8 @@ impl LoadOutcome {
         }
     }
 
-    fn apply(self, entry: &mut FileEntry) {
+    /// Records the outcome in the entry of the file at `path`, and logs a load error.
+    fn apply(self, path: &Path, entry: &mut FileEntry) {
         match self {
             LoadOutcome::Loaded(fingerprint, plugin) => {
                 entry.fingerprint = fingerprint;
@@ -474,15 +473,44 @@ impl LoadOutcome {
             LoadOutcome::Failed(fingerprint, error) => {
                 entry.fingerprint = fingerprint;
                 entry.settling_since = None;
-                entry.plugin = None;
-                entry.conflict = None;
-                entry.error = Some(error);
+                entry.error = Some(failed_load(path, &error, entry));
             }
             LoadOutcome::Changed(fingerprint) => {
                 entry.fingerprint = fingerprint;
                 entry.settling_since = Some(Instant::now());
             }
         }
+    }
+}
+
+/// Builds the load error record of the file at `path` and logs it. A version of the file that
+/// loaded before and owns its job types stays in `entry` and keeps running new attempts. A
+/// version rejected for a job-type conflict is dropped, so that it cannot take its job types
+/// later on behalf of a file that no longer contains it.
+fn failed_load(path: &Path, error: &LoadError, entry: &mut FileEntry) -> LoadErrorRecord {
+    let file = path.display().to_string();
+    if entry.conflict.is_some() {
+        entry.plugin = None;
+        entry.conflict = None;
+    }
+
+    let message = match &entry.plugin {
+        Some(previous) => {
+            tracing::error!(file, %error, plugin = %previous.name, previous_version = %previous.version, previous_sha256 = %previous.sha256, "plugin failed to load; the previously loaded version keeps handling its job types");
+            format!(
+                "{error} (version {} of plugin {}, loaded from this file before, keeps handling its job types until the file loads)",
+                previous.version, previous.name
+            )
+        }
+        None => {
+            tracing::error!(file, %error, "plugin failed to load; the worker runs without it");
+            error.to_string()
+        }
+    };
+    LoadErrorRecord {
+        file,
+        message,
+        at: Utc::now(),
     }
 }
 
@@ -528,6 +556,20 @@ fn log_changes(
     }
 }
 
+/// Drops each file that a file of the same name in a later plugin directory replaces, so that a
+/// user directory listed after the bundled one overrides a bundled plugin instead of conflicting
+/// with it over its job types. `files` is in directory order.
+fn shadow_by_name(files: Vec<(PathBuf, Fingerprint)>) -> Vec<(PathBuf, Fingerprint)> {
+    let mut seen = BTreeSet::new();
+    let mut kept: Vec<_> = files
+        .into_iter()
+        .rev()
+        .filter(|(path, _)| seen.insert(path.file_name().map(|name| name.to_os_string())))
+        .collect();
+    kept.reverse();
+    kept
+}
+
 /// Returns the plugin files of `dir` with their fingerprints.
 fn list_dir(dir: &Path) -> std::io::Result<Vec<(PathBuf, Fingerprint)>> {
     let mut files = Vec::new();
@@ -568,4 +610,39 @@ fn is_older_than(time: SystemTime, age: Duration) -> bool {
     SystemTime::now()
         .duration_since(time)
         .is_ok_and(|elapsed| elapsed >= age)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str) -> (PathBuf, Fingerprint) {
+        let fingerprint = Fingerprint {
+            wasm: (1, SystemTime::UNIX_EPOCH),
+            manifest: None,
+        };
+        (PathBuf::from(path), fingerprint)
+    }
+
+    #[test]
+    fn later_directory_overrides_same_name() {
+        let files = vec![
+            file("/bundled/debate.wasm"),
+            file("/bundled/workflow.wasm"),
+            file("/user/debate.wasm"),
+            file("/user/mine.wasm"),
+        ];
+        let kept: Vec<PathBuf> = shadow_by_name(files)
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                PathBuf::from("/bundled/workflow.wasm"),
+                PathBuf::from("/user/debate.wasm"),
+                PathBuf::from("/user/mine.wasm"),
+            ]
+        );
+    }
 }

@@ -63,7 +63,7 @@ impl Attempt {
             return;
         };
 
-        let stop = AttemptStop::default();
+        let stop = AttemptStop::child_of(&self.ctx.grace_over);
         self.ctx.in_flight.insert(&self.job, stop.clone());
         self.record_started(&plugin).await;
 
@@ -86,7 +86,7 @@ impl Attempt {
         match outcome {
             AttemptOutcome::Completed(result) => self.complete(result).await,
             AttemptOutcome::Failed(failure) => self.fail(failure).await,
-            AttemptOutcome::Stopped(failure) => self.stopped_early(failure).await,
+            AttemptOutcome::Stopped(failure) => self.stopped_early(failure, stop.reason()).await,
             AttemptOutcome::Interrupted => {
                 self.interrupted(stop.reason().unwrap_or(Interrupt::Shutdown))
                     .await
@@ -130,12 +130,12 @@ impl Attempt {
         self.finished(data).await;
     }
 
-    /// Handles an error the plugin returned after `is-cancelled` returned true. While the worker
-    /// stops, the job goes back to the queue without using up the attempt. Otherwise the error
-    /// counts like any other.
-    async fn stopped_early(&self, failure: JobFailure) {
-        if self.ctx.stopping.is_cancelled() {
-            tracing::info!(code = %failure.code, "plugin stopped early because the worker is stopping; handing the job back");
+    /// Handles an error the plugin returned after `is-cancelled` returned true. When the shutdown
+    /// grace period is over, the job goes back to the queue without using up the attempt.
+    /// Otherwise the error counts like any other, and the queue rejects it for a cancelled job.
+    async fn stopped_early(&self, failure: JobFailure, reason: Option<Interrupt>) {
+        if reason == Some(Interrupt::Shutdown) {
+            tracing::info!(code = %failure.code, "plugin stopped early because the shutdown grace period is over; handing the job back");
             self.release("worker shutting down").await;
         } else {
             self.fail(failure).await;

@@ -19,21 +19,33 @@ pub enum Interrupt {
 }
 
 /// The stop signal of one attempt: the first reason set wins, then the guest is interrupted.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AttemptStop {
     pub token: CancellationToken,
     reason: Arc<OnceLock<Interrupt>>,
 }
 
 impl AttemptStop {
+    /// Creates the stop signal of an attempt, which also fires when `grace_over` fires.
+    pub fn child_of(grace_over: &CancellationToken) -> Self {
+        AttemptStop {
+            token: grace_over.child_token(),
+            reason: Arc::default(),
+        }
+    }
+
     /// Records `reason` (unless another came first) and interrupts the attempt.
     pub fn stop(&self, reason: Interrupt) {
         let _ = self.reason.set(reason);
         self.token.cancel();
     }
 
+    /// Returns why the attempt was stopped, or `None` while it was not. A token cancelled
+    /// without a reason was cancelled through its parent, which fires only when the shutdown
+    /// grace period is over.
     pub fn reason(&self) -> Option<Interrupt> {
-        self.reason.get().copied()
+        let reason = self.reason.get().copied();
+        reason.or_else(|| self.token.is_cancelled().then_some(Interrupt::Shutdown))
     }
 }
 

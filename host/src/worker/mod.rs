@@ -124,7 +124,7 @@ pub async fn run(
         "worker id is empty: set one or leave the default"
     );
 
-    let ctx = Arc::new(WorkerContext::open(settings, queue, events, &shutdown)?);
+    let ctx = Arc::new(WorkerContext::open(settings, queue, events)?);
     ctx.registry.scan().await;
     // Plugin files written moments before the start wait out one settle period here, so that
     // `worker started` is logged with them loaded.
@@ -235,8 +235,9 @@ struct WorkerContext {
     state: StateStore,
     registry: Arc<PluginRegistry>,
     in_flight: InFlight,
-    /// Fires when shutdown starts.
-    stopping: CancellationToken,
+    /// Fires when the shutdown grace period is over. Every attempt's stop token is its child, so
+    /// this interrupts all of them, and `control.is-cancelled` returns true from then on.
+    grace_over: CancellationToken,
     status: Mutex<WorkerStatus>,
 }
 
@@ -254,18 +255,18 @@ impl WorkerContext {
         settings: WorkerSettings,
         queue: Arc<dyn Queue>,
         events: EventStore,
-        shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let state = StateStore::open(&settings.data_dir)?;
         let artifacts = ArtifactStore::open(&settings.data_dir)?;
         let chat = build_chat_model(&settings.llm)
             .map_err(|error| anyhow::anyhow!("cannot set up the model client: {error}"))?;
+        let grace_over = CancellationToken::new();
         let services = HostServices {
             events: events.clone(),
             state: state.clone(),
             artifacts,
             chat,
-            stopping: shutdown.child_token(),
+            stopping: grace_over.clone(),
         };
         let runtime_settings = RuntimeSettings {
             data_dir: settings.data_dir.clone(),
@@ -290,7 +291,7 @@ impl WorkerContext {
             state,
             registry,
             in_flight: InFlight::default(),
-            stopping: shutdown.child_token(),
+            grace_over,
             status: Mutex::new(WorkerStatus::Running),
         })
     }

@@ -1,6 +1,7 @@
 //! Graceful stop: claim nothing more, give running attempts the grace period to finish, then
 //! interrupt the rest and hand their jobs back to the queue, so no job stays `running` until its
-//! lease expires.
+//! lease expires. During the grace period `control.is-cancelled` stays false (unless the job
+//! itself is cancelled), so a plugin that polls it keeps working.
 
 use super::{Interrupt, WorkerContext};
 use std::sync::Arc;
@@ -28,6 +29,9 @@ pub(super) async fn drain(ctx: &Arc<WorkerContext>, mut attempts: JoinSet<()>) {
         "shutdown grace period over; interrupting running attempts and handing their jobs back"
     );
     ctx.in_flight.stop_all(Interrupt::Shutdown);
+    // Also reaches attempts that were claimed but not yet in `in_flight`, because their stop
+    // tokens are children of this one.
+    ctx.grace_over.cancel();
     while let Some(result) = attempts.join_next().await {
         log_join(ctx, result);
     }

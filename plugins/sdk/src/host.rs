@@ -33,7 +33,7 @@ pub fn progress(done: u32, total: u32, message: &str) {
     events::progress(done, total, message);
 }
 
-/// Returns true once the job was cancelled or the worker is shutting down.
+/// Returns true once the job was cancelled or the worker's shutdown grace period has run out.
 pub fn is_cancelled() -> bool {
     control::is_cancelled()
 }

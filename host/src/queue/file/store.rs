@@ -67,7 +67,10 @@ pub(super) fn quarantine(layout: &Layout, job_id: &str) -> Result<Option<QueueEv
     let file = layout.display(&source);
     let moved_to = layout.display(&target);
     Ok(Some(QueueEvent::Error {
-        context: RunContext::maintenance(),
+        context: RunContext {
+            job_id: Some(job_id.to_string()),
+            ..RunContext::maintenance()
+        },
         code: "job_file_corrupt",
         message: format!(
             "job file {file} is not a valid job record ({reason}); moved it to {moved_to}: repair and move it back, or delete it"

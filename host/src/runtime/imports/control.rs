@@ -1,4 +1,5 @@
-//! `control`: the attempt's cancellation flag.
+//! `control`: the attempt's cancellation flag. It turns true when the job is cancelled, its
+//! lease is lost, or the worker's shutdown grace period is over, and not when shutdown starts.
 
 use super::HostState;
 use crate::runtime::bindings::jobhost::plugin::control::Host;

@@ -26,7 +26,9 @@ pub struct HostServices {
     pub state: StateStore,
     pub artifacts: ArtifactStore,
     pub chat: Arc<dyn ChatModel>,
-    /// Cancelled when the worker starts to stop; `control.is-cancelled` then returns true.
+    /// Cancelled when the worker's shutdown grace period is over and it interrupts the attempts
+    /// still running. From then on `control.is-cancelled` returns true. Shutdown itself does not
+    /// cancel it, so attempts that poll `is-cancelled` can finish within the grace period.
     pub stopping: CancellationToken,
 }
 
