@@ -43,6 +43,42 @@ async fn cancelled_running_job_is_interrupted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_running_job_is_stopped() {
+    let harness = Harness::new();
+    harness.install_testkit("");
+    let worker = harness.start_worker(harness.settings("corrupted")).await;
+    worker.wait_job_type("TEST_SLEEP").await;
+
+    let job = harness.enqueue("TEST_SLEEP", json!({ "ms": 60_000 })).await;
+    harness.wait_status(&job.id, JobStatus::Running).await;
+    let job_file = harness
+        .data_dir
+        .join("queue/jobs")
+        .join(format!("{}.json", job.id));
+    std::fs::write(&job_file, b"{ not json").expect("corrupt the job file");
+
+    // The next lease heartbeat quarantines the file, and the one after finds no job and stops the
+    // attempt instead of retrying the heartbeat until the attempt ends.
+    worker_support::wait_until("a job_gone error", || async {
+        let errors = harness.events_of(&job.run_id, "Error");
+        errors
+            .iter()
+            .any(|event| event.error.as_ref().is_some_and(|e| e.code == "job_gone"))
+            .then_some(())
+    })
+    .await;
+    worker
+        .wait_record("no attempt in flight", |record| record.in_flight.is_empty())
+        .await;
+    assert!(!job_file.exists(), "the corrupt file was not quarantined");
+
+    let echo = harness.enqueue("TEST_ECHO", json!("next")).await;
+    let echo = harness.wait_finished(&echo.id).await;
+    assert_eq!(echo.status, JobStatus::Completed);
+    worker.stop().await.expect("worker stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_short_jobs_and_releases_long_ones() {
     let harness = Harness::new();
     harness.install_testkit("");

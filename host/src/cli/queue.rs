@@ -57,7 +57,8 @@ pub enum QueueCommand {
 /// Arguments of `jobhost queue enqueue`.
 #[derive(Debug, Clone, Args)]
 pub struct EnqueueArgs {
-    /// Job type, such as RUN_DEBATE.
+    /// Job type, such as RUN_WORKFLOW. Debates go through POST /api/debates, which stores the
+    /// debate the RUN_DEBATE job refers to.
     #[arg(long = "type", value_name = "JOB_TYPE")]
     pub job_type: String,
     /// Payload as JSON text, or `@FILE` to read it from a file (`@-` reads stdin).

@@ -23,6 +23,8 @@ pub mod code {
     pub const CANCELLED: &str = "cancelled";
     /// The attempt's lease was gone when the worker tried to finish it.
     pub const LEASE_LOST: &str = "lease_lost";
+    /// The job vanished from the queue (quarantined or deleted) while an attempt ran.
+    pub const JOB_GONE: &str = "job_gone";
     /// A queue call that finishes an attempt failed.
     pub const QUEUE_ERROR: &str = "queue_error";
 }

@@ -203,11 +203,27 @@ impl Attempt {
                     json!({ "attempt": self.job.attempts, "status": status }),
                 );
             }
+            Interrupt::JobGone => self.job_gone().await,
             Interrupt::Shutdown => {
                 tracing::info!("worker stopping; handing the running job back to the queue");
                 self.release("worker shutting down").await;
             }
         }
+    }
+
+    /// Records that the job vanished from the queue under a running attempt.
+    async fn job_gone(&self) {
+        let message = format!(
+            "job {} no longer exists in the queue (its file was quarantined or deleted); the outcome of attempt {} was discarded",
+            self.job.id, self.job.attempts
+        );
+        self.ctx.events.record_error_event(
+            &self.context,
+            COMPONENT,
+            code::JOB_GONE,
+            &message,
+            json!({ "attempt": self.job.attempts }),
+        );
     }
 
     async fn cancelled(&self) {
@@ -239,6 +255,7 @@ impl Attempt {
                 status: JobStatus::Cancelled,
                 ..
             } => self.cancelled().await,
+            QueueError::NotFound { .. } => self.job_gone().await,
             QueueError::LeaseLost { status, .. } => {
                 let message = format!(
                     "could not {operation} attempt {} of job {}: its lease is gone (the job is now {status})",

@@ -14,6 +14,8 @@ pub enum Interrupt {
     /// The lease is gone for another reason: it expired, and the job was claimed again or
     /// failed. The job is no longer this worker's to finish.
     LeaseLost { status: JobStatus },
+    /// The job no longer exists in the queue: its file was quarantined as corrupt, or deleted.
+    JobGone,
     /// The worker is stopping and the shutdown grace period is over.
     Shutdown,
 }
@@ -50,7 +52,8 @@ impl AttemptStop {
 }
 
 /// Extends `lease` every `interval` until `done` fires. A heartbeat rejected with `LeaseLost`
-/// stops the attempt, as cancelled when the job was cancelled and as lost otherwise. Other
+/// stops the attempt, as cancelled when the job was cancelled and as lost otherwise; one rejected
+/// with `NotFound` stops it because the job is gone. Other
 /// failures are logged and retried at the next interval, because the lease usually outlives a
 /// few of them.
 pub async fn keep_lease(
@@ -78,6 +81,11 @@ pub async fn keep_lease(
                     Interrupt::LeaseLost { status }
                 };
                 stop.stop(reason);
+                return;
+            }
+            Err(QueueError::NotFound { .. }) => {
+                tracing::warn!(job_id = %lease.job_id, attempt = lease.attempt, "job no longer exists in the queue (quarantined or deleted); stopping its attempt");
+                stop.stop(Interrupt::JobGone);
                 return;
             }
             Err(error) => {

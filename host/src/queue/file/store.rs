@@ -73,7 +73,7 @@ pub(super) fn quarantine(layout: &Layout, job_id: &str) -> Result<Option<QueueEv
         },
         code: "job_file_corrupt",
         message: format!(
-            "job file {file} is not a valid job record ({reason}); moved it to {moved_to}: repair and move it back, or delete it"
+            "job file {file} is not a valid job record ({reason}); moved it to {moved_to}: repair it, move it back as {file} and run `jobhost queue repair`, or delete it"
         ),
         data: json!({ "file": file, "quarantinedTo": moved_to, "error": reason }),
     }))
