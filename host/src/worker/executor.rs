@@ -195,13 +195,7 @@ impl Attempt {
                     "attempt {} of job {} lost its lease (the job is now {status}); its outcome was discarded",
                     self.job.attempts, self.job.id
                 );
-                self.ctx.events.record_error_event(
-                    &self.context,
-                    COMPONENT,
-                    code::LEASE_LOST,
-                    &message,
-                    json!({ "attempt": self.job.attempts, "status": status }),
-                );
+                self.lease_lost(&message, status);
             }
             Interrupt::JobGone => self.job_gone().await,
             Interrupt::Shutdown => {
@@ -209,6 +203,17 @@ impl Attempt {
                 self.release("worker shutting down").await;
             }
         }
+    }
+
+    /// Records that the attempt's outcome was discarded because its lease is gone.
+    fn lease_lost(&self, message: &str, status: JobStatus) {
+        self.ctx.events.record_error_event(
+            &self.context,
+            COMPONENT,
+            code::LEASE_LOST,
+            message,
+            json!({ "attempt": self.job.attempts, "status": status }),
+        );
     }
 
     /// Records that the job vanished from the queue under a running attempt.
@@ -261,13 +266,7 @@ impl Attempt {
                     "could not {operation} attempt {} of job {}: its lease is gone (the job is now {status})",
                     self.job.attempts, self.job.id
                 );
-                self.ctx.events.record_error_event(
-                    &self.context,
-                    COMPONENT,
-                    code::LEASE_LOST,
-                    &message,
-                    json!({ "attempt": self.job.attempts, "status": status }),
-                );
+                self.lease_lost(&message, status);
             }
             error => {
                 let message = format!(
