@@ -147,14 +147,15 @@ fn validate_enqueue(
     })
 }
 
+/// Query of `GET /api/jobs` and `GET /api/runs`: filters and a page.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    status: Option<JobStatus>,
+    pub(super) status: Option<JobStatus>,
     #[serde(rename = "type")]
-    job_type: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
+    pub(super) job_type: Option<String>,
+    pub(super) limit: Option<usize>,
+    pub(super) cursor: Option<String>,
 }
 
 pub async fn list(

@@ -4,7 +4,7 @@
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, PathId};
-use super::jobs::page_limit;
+use super::jobs::{ListQuery, page_limit};
 use super::{AppState, blocking, sse};
 use crate::events::{Event, EventError, RunFilter, RunSummary};
 use crate::job::{Job, JobStatus, LastError, validate_id, validate_job_type};
@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::HashSet;
 
 /// Page size used to read the queue's pending and running jobs.
@@ -108,16 +108,6 @@ fn event_error(error: &LastError) -> EventError {
         code: error.code.clone(),
         message: error.message.clone(),
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    status: Option<JobStatus>,
-    #[serde(rename = "type")]
-    job_type: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
