@@ -1,6 +1,6 @@
 //! Crash-safe file writes: a file is replaced by writing a temporary sibling, syncing it,
 //! renaming it over the target and syncing the directory, so after a crash at any instant the
-//! target holds either its old content or its new content.
+//! target contains either its old content or its new content.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -168,7 +168,7 @@ pub struct Job {
 }
 
 impl Job {
-    /// The lease of the attempt currently running, as a worker would hold it.
+    /// Returns the lease of the running attempt, as its worker has it; `None` unless running.
     pub fn lease(&self) -> Option<Lease> {
         if self.status != JobStatus::Running {
             return None;
@@ -182,9 +182,9 @@ impl Job {
     }
 }
 
-/// Proof of a claim: `ack`, `fail`, `heartbeat` and `release` take it and are rejected when the
-/// job has since left `running` or been claimed again: by a newer attempt, by another worker, or
-/// in a new run after `cancel` and `retry` reset the attempt count.
+/// Proof of a claim, which `ack`, `fail`, `heartbeat` and `release` take. They are rejected when
+/// the job has since left `running` or been claimed again. A new claim can come from a newer
+/// attempt, another worker, or a new run after `cancel` and `retry` reset the attempt count.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Lease {

@@ -1,6 +1,6 @@
 //! jobhost: a durable job queue whose job handlers are sandboxed WebAssembly component plugins.
 //!
-//! An HTTP API enqueues jobs and returns at once; separate worker processes claim them from the
+//! An HTTP API enqueues jobs and returns at once. Separate worker processes claim them from the
 //! queue and run each attempt inside a fresh instance of the plugin that handles its job type.
 //!
 //! # Layout

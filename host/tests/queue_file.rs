@@ -283,7 +283,7 @@ async fn dequeue_reads_only_pending_jobs() {
         fs::write(jobs.join(format!("{id}.json")), "not json").expect("write unreadable file");
         unreadable.insert(id);
     }
-    let wanted = enqueue(&queue).await;
+    let pending_job = enqueue(&queue).await;
 
     assert_eq!(pending_markers(dir.path(), TYPE_A).len(), 1);
     let (claimed, lease) = queue
@@ -291,7 +291,7 @@ async fn dequeue_reads_only_pending_jobs() {
         .await
         .expect("dequeue")
         .expect("the pending job");
-    assert_eq!(claimed.id, wanted.id);
+    assert_eq!(claimed.id, pending_job.id);
     queue.ack(&lease, Value::Null).await.expect("ack");
     assert!(
         queue
@@ -308,7 +308,7 @@ async fn dequeue_reads_only_pending_jobs() {
     assert!(pending_markers(dir.path(), TYPE_A).is_empty());
     assert!(running_markers(dir.path()).is_empty());
     assert_eq!(names(&jobs).len(), 1 + 10_000 + 1_000 + 1);
-    assert_ne!(template.id, wanted.id);
+    assert_ne!(template.id, pending_job.id);
 }
 
 #[tokio::test]

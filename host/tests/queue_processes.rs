@@ -130,7 +130,7 @@ impl Setup {
     async fn wait_for(
         &self,
         job_id: &str,
-        what: &str,
+        expected_state: &str,
         workers: &[&Worker],
         done: impl Fn(&Job) -> bool,
     ) -> Job {
@@ -142,7 +142,7 @@ impl Setup {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "job {job_id} never became {what}; last state {job:#?}\n{}",
+                    "job {job_id} never became {expected_state}; last state {job:#?}\n{}",
                     all_logs(workers)
                 );
             }

@@ -64,7 +64,7 @@ pub struct Event {
     pub id: String,
     pub ts: DateTime<Utc>,
     pub event_type: String,
-    /// What wrote the event: `queue`, `worker`, `api`, or `plugin:<name>`.
+    /// The writer of the event: `queue`, `worker`, `api`, or `plugin:<name>`.
     pub component: String,
     pub run_id: String,
     pub job_id: Option<String>,
@@ -89,7 +89,7 @@ pub struct RunContext {
 }
 
 impl RunContext {
-    /// The context of `job`'s current attempt (no attempt while it has never been claimed).
+    /// Builds the context of `job`'s current attempt, with no attempt while it was never claimed.
     pub fn of_job(job: &Job) -> Self {
         RunContext {
             run_id: job.run_id.clone(),
@@ -100,7 +100,7 @@ impl RunContext {
         }
     }
 
-    /// A context that belongs to no job.
+    /// Builds a context that belongs to no job.
     pub fn maintenance() -> Self {
         RunContext {
             run_id: MAINTENANCE_RUN_ID.to_string(),

@@ -89,8 +89,8 @@ pub struct RunPage {
 
 /// Event logs under one data directory. Cloning is cheap; clones share the directory.
 ///
-/// Methods do blocking file I/O of a few small writes each (one `fsync` per append); async callers
-/// on a busy runtime should use `spawn_blocking` for bulk reads.
+/// Methods do blocking file I/O of a few small writes each, with one `fsync` per append. Async
+/// callers on a busy runtime should use `spawn_blocking` for bulk reads.
 #[derive(Debug, Clone)]
 pub struct EventStore {
     root: PathBuf,
@@ -160,8 +160,8 @@ impl EventStore {
     }
 
     /// Reads the complete lines from byte `offset` on and returns them with the offset to resume
-    /// from. A line still being written (no newline yet) is left for the next call; a line that is
-    /// not a valid event (a torn write after a crash) is skipped with a warning.
+    /// from. A line still being written (no newline yet) is left for the next call. A line that is
+    /// not a valid event, such as a torn write after a crash, is skipped with a warning.
     pub fn read_from(
         &self,
         run_id: &str,
@@ -395,7 +395,7 @@ mod tests {
     }
 
     #[test]
-    fn torn_last_line_is_skipped_and_later_appends_survive() {
+    fn torn_line_skipped_later_appends_kept() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EventStore::open(dir.path()).expect("open");
         let run = crate::job::new_id();

@@ -225,10 +225,10 @@ fn assert_lease_lost<T: std::fmt::Debug>(result: Result<T, QueueError>, call: &s
     );
 }
 
-fn assert_invalid<T: std::fmt::Debug>(result: Result<T, QueueError>, what: &str) {
+fn assert_invalid<T: std::fmt::Debug>(result: Result<T, QueueError>, call: &str) {
     assert!(
         matches!(result, Err(QueueError::Invalid(_))),
-        "{what} returned {result:?}, expected Invalid"
+        "{call} returned {result:?}, expected Invalid"
     );
 }
 
@@ -239,12 +239,12 @@ fn assert_delay_within(
     to: DateTime<Utc>,
     low: Duration,
     high: Duration,
-    what: &str,
+    label: &str,
 ) {
     let earliest = from + low;
     let latest = to + high;
-    assert!(time >= earliest, "{what} is {time}, before {earliest}");
-    assert!(time <= latest, "{what} is {time}, after {latest}");
+    assert!(time >= earliest, "{label} is {time}, before {earliest}");
+    assert!(time <= latest, "{label} is {time}, after {latest}");
 }
 
 // ---- checks ----

@@ -39,7 +39,7 @@ pub struct EnqueueOptions {
     pub request_id: Option<String>,
 }
 
-/// What `enqueue` did.
+/// The outcome of `enqueue`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Enqueued {
@@ -246,8 +246,8 @@ pub trait Queue: Send + Sync + 'static {
         opts: FailOptions,
     ) -> Result<Job, QueueError>;
 
-    /// Extends the lease and returns the job. Fails with `LeaseLost` when the attempt no longer
-    /// holds the job, which is how a worker learns that its job was cancelled.
+    /// Extends the lease and returns the job. Fails with `LeaseLost` when the job is no longer
+    /// running this attempt, which is how a worker learns that its job was cancelled.
     async fn heartbeat(&self, lease: &Lease) -> Result<Job, QueueError>;
 
     /// Hands a running attempt back without failing it (worker shutdown): the job becomes

@@ -561,13 +561,13 @@ fn log_changes(
 /// with it over its job types. `files` is in directory order.
 fn shadow_by_name(files: Vec<(PathBuf, Fingerprint)>) -> Vec<(PathBuf, Fingerprint)> {
     let mut seen = BTreeSet::new();
-    let mut kept: Vec<_> = files
+    let mut visible: Vec<_> = files
         .into_iter()
         .rev()
         .filter(|(path, _)| seen.insert(path.file_name().map(|name| name.to_os_string())))
         .collect();
-    kept.reverse();
-    kept
+    visible.reverse();
+    visible
 }
 
 /// Returns the plugin files of `dir` with their fingerprints.

@@ -52,10 +52,9 @@ impl AttemptStop {
 }
 
 /// Extends `lease` every `interval` until `done` fires. A heartbeat rejected with `LeaseLost`
-/// stops the attempt, as cancelled when the job was cancelled and as lost otherwise; one rejected
-/// with `NotFound` stops it because the job is gone. Other
-/// failures are logged and retried at the next interval, because the lease usually outlives a
-/// few of them.
+/// stops the attempt, as cancelled when the job was cancelled and as lost otherwise. One rejected
+/// with `NotFound` stops it because the job is gone. Other failures are logged and retried at the
+/// next interval, because the lease usually outlives a few of them.
 pub async fn keep_lease(
     queue: Arc<dyn Queue>,
     lease: Lease,

@@ -175,7 +175,8 @@ pub(super) async fn keep_record(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => write_now(&ctx, started_at).await,
-            // The registry, and so the sender, lives as long as `ctx`, so this never fails.
+            // `changed` fails only once the registry's sender is dropped, and `ctx` keeps the
+            // registry alive for this whole loop.
             Ok(()) = plugin_changes.changed() => write_now(&ctx, started_at).await,
         }
     }

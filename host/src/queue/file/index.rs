@@ -25,8 +25,8 @@ const MICROS_WIDTH: usize = 20;
 /// `PRIORITY_MAX - priority`.
 ///
 /// Marker names compare as text in claim order: higher priority first, then older `createdAt`,
-/// then lower id, because rank and `createdAt` are zero-padded to a fixed width and job
-/// ids are UUIDs of one length, so `dequeue` orders markers without parsing them.
+/// then lower id. Rank and `createdAt` are zero-padded to a fixed width and job ids are UUIDs of
+/// one length, so `dequeue` orders markers without parsing them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct PendingMarker {
     pub rank: u32,

@@ -63,12 +63,12 @@ pub(super) fn list(inner: &Inner, filter: &JobFilter) -> Result<JobPage, QueueEr
         let Some(job) = read_or_quarantine(inner, job_id)? else {
             continue;
         };
-        let wanted = filter.status.is_none_or(|status| status == job.status)
+        let matches = filter.status.is_none_or(|status| status == job.status)
             && filter
                 .job_type
                 .as_ref()
                 .is_none_or(|job_type| *job_type == job.job_type);
-        if !wanted {
+        if !matches {
             continue;
         }
         // One match past the page shows that another page exists.

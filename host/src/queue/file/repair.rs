@@ -168,21 +168,21 @@ fn fix_pending(
     let none = BTreeSet::new();
     for job_type in job_types.iter().filter(|t| validate_job_type(t).is_ok()) {
         let dir = layout.pending_dir(job_type);
-        let wanted = expected.pending.get(job_type).unwrap_or(&none);
+        let expected_markers = expected.pending.get(job_type).unwrap_or(&none);
         let present: BTreeSet<String> =
             list_names(&dir).map_err(io_at(&dir))?.into_iter().collect();
 
-        for name in present.difference(wanted) {
+        for name in present.difference(expected_markers) {
             if PendingMarker::parse(name).is_some() {
                 let path = dir.join(name);
                 fs::remove_file(&path).map_err(io_at(&path))?;
                 report.markers_removed += 1;
             }
         }
-        if !wanted.is_empty() {
+        if !expected_markers.is_empty() {
             fs::create_dir_all(&dir).map_err(io_at(&dir))?;
         }
-        for name in wanted.difference(&present) {
+        for name in expected_markers.difference(&present) {
             let path = dir.join(name);
             fs::File::create(&path).map_err(io_at(&path))?;
             report.markers_added += 1;
@@ -216,11 +216,11 @@ fn fix_keys(
     expected: &Expected,
     report: &mut RepairReport,
 ) -> Result<(), QueueError> {
-    let mut wanted_names = BTreeSet::new();
+    let mut expected_names = BTreeSet::new();
     for (key, job_id) in &expected.keys {
         let path = layout.key_record(key);
         if let Some(name) = path.file_name().and_then(|name| name.to_str()) {
-            wanted_names.insert(name.to_string());
+            expected_names.insert(name.to_string());
         }
         if read_key_record(layout, key)?.as_deref() != Some(job_id.as_str()) {
             write_key_record(layout, key, job_id)?;
@@ -228,7 +228,7 @@ fn fix_keys(
         }
     }
     for name in list_names(&layout.keys).map_err(io_at(&layout.keys))? {
-        if !name.starts_with('.') && !wanted_names.contains(&name) {
+        if !name.starts_with('.') && !expected_names.contains(&name) {
             let path = layout.keys.join(&name);
             fs::remove_file(&path).map_err(io_at(&path))?;
             report.key_records_fixed += 1;
